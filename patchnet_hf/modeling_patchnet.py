@@ -112,10 +112,15 @@ class PatchNetForImageClassification(PatchNetPreTrainedModel):
         features = self.backbone.num_features
         self.projection = nn.Linear(features, config.embedding_dim) if config.embedding_dim else nn.Identity()
         self.classifier = PatchNetCosineClassifier(config.embedding_dim or features, config.num_labels)
-        live_mask = torch.zeros(config.num_labels, dtype=torch.bool)
-        live_mask[config.live_label_ids] = True
-        self.register_buffer("live_mask", live_mask, persistent=False)
         self.post_init()
+
+    @property
+    def live_mask(self) -> torch.Tensor:
+        """`(K,)` bool, True for the bona fide classes. Derived from the config rather than stored as a buffer,
+        which `from_pretrained` would leave uninitialised."""
+        mask = torch.zeros(self.config.num_labels, dtype=torch.bool, device=self.classifier.weight.device)
+        mask[self.config.live_label_ids] = True
+        return mask
 
     def load_pretrained_backbone(self, weights_file: str | None = None) -> None:
         """Load ImageNet weights into the backbone: timm's default tag from the Hub, or a local file
@@ -131,12 +136,12 @@ class PatchNetForImageClassification(PatchNetPreTrainedModel):
         """`(M, 3, P, P)` patches -> L2-normalised embeddings `(M, D)`."""
         return F.normalize(self.projection(self.backbone(pixel_values)), dim=-1)
 
-    def _liveness(self, cosine: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    def _liveness(self, cosine: torch.Tensor, probabilities: torch.Tensor, live_mask: torch.Tensor) -> torch.Tensor:
         """`(B, N, K)` cosines and patch probabilities -> per-image liveness `(B,)`."""
         if self.config.score_aggregation == "cosine_margin":
-            margin = cosine[..., self.live_mask].amax(-1) - cosine[..., ~self.live_mask].amax(-1)
+            margin = cosine[..., live_mask].amax(-1) - cosine[..., ~live_mask].amax(-1)
             return ((margin + 2.0) / 4.0).mean(-1)
-        return probabilities[..., self.live_mask].sum(-1).mean(-1)
+        return probabilities[..., live_mask].sum(-1).mean(-1)
 
     def forward(
         self,
@@ -158,8 +163,8 @@ class PatchNetForImageClassification(PatchNetPreTrainedModel):
         embeddings = self.embed(pixel_values.flatten(0, 1)).view(batch, views, -1)
         cosine = self.classifier(embeddings)
         patch_logits = self.config.scale * cosine
-        probabilities = patch_logits.float().softmax(-1).mean(1)
-        liveness_score = self._liveness(cosine.float(), patch_logits.float().softmax(-1))
+        patch_probabilities = patch_logits.float().softmax(-1)
+        liveness_score = self._liveness(cosine.float(), patch_probabilities, self.live_mask)
 
         loss = None
         if labels is not None:
@@ -168,6 +173,7 @@ class PatchNetForImageClassification(PatchNetPreTrainedModel):
         if single_patch:
             logits, embeddings, patch_logits = patch_logits[:, 0], embeddings[:, 0], patch_logits[:, 0]
         else:
+            probabilities = patch_probabilities.mean(1)
             logits = probabilities.clamp_min(torch.finfo(probabilities.dtype).tiny).log()
         output = PatchNetImageClassifierOutput(
             loss=loss, logits=logits, liveness_score=liveness_score, embeddings=embeddings,
