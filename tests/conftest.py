@@ -27,3 +27,29 @@ def tiny_config(**overrides) -> PatchNetConfig:
 def tiny_model() -> PatchNetForImageClassification:
     torch.manual_seed(0)
     return PatchNetForImageClassification(tiny_config()).eval()
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory):
+    """A small synthetic dataset of the CSV layout (images/ + train/val/test.csv), shared by the session."""
+    from patchnet_hf.data.demo import make_demo_dataset
+
+    root = tmp_path_factory.mktemp("demo_data")
+    make_demo_dataset(root, num_images=60, seed=0)
+    return root
+
+
+def assert_reports_close(first, second, path: str = "report") -> None:
+    """Nested reports equal: counts, names and rates exactly, real-valued scores and thresholds to 1e-5.
+
+    Scores computed in batches of another composition (another process count) differ by ~1e-7: the CPU
+    kernels accumulate in another order. Rates are counts at a threshold, so they must agree exactly.
+    """
+    if isinstance(first, dict):
+        assert first.keys() == second.keys(), path
+        for key in first:
+            assert_reports_close(first[key], second[key], f"{path}.{key}")
+    elif isinstance(first, float) and ("threshold" in path or "score" in path):
+        assert first == pytest.approx(second, abs=1e-5), path
+    else:
+        assert first == second, path
