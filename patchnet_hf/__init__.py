@@ -14,7 +14,12 @@ __version__ = "0.1.0"
 
 AutoConfig.register(PatchNetConfig.model_type, PatchNetConfig, exist_ok=True)
 AutoModelForImageClassification.register(PatchNetConfig, PatchNetForImageClassification, exist_ok=True)
-AutoImageProcessor.register(PatchNetConfig, image_processor_classes={"pil": PatchNetImageProcessor}, exist_ok=True)
+# One processor for both backend names: it works on PIL images and returns torch tensors either way.
+AutoImageProcessor.register(
+    PatchNetConfig,
+    image_processor_classes={"torchvision": PatchNetImageProcessor, "pil": PatchNetImageProcessor},
+    exist_ok=True,
+)
 PatchNetConfig.register_for_auto_class()
 PatchNetForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 PatchNetImageProcessor.register_for_auto_class("AutoImageProcessor")

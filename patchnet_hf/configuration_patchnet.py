@@ -108,8 +108,5 @@ class PatchNetConfig(PreTrainedConfig):
         """Ids of the bona fide classes, ascending."""
         return sorted(self.label2id[name] for name in self.live_labels)
 
-    def is_live_class(self, class_id: int) -> bool:
-        return self.id2label[class_id] in self.live_labels
-
 
 __all__ = ["PatchNetConfig"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .configuration_patchnet import PatchNetConfig
-from .data.loading import DatasetSpec, load_training_data, patch_type_vocabulary
+from .data.loading import DatasetSpec, binary_patch_types, load_training_data, patch_type_vocabulary
 from .data.sampler import ClassBalancedSampler
 from .data.transforms import EvalTransform, TrainTransform
 from .evaluation import ALL_SOURCES, ScoredSamples, collect_scores, reports_per_source
@@ -64,6 +65,24 @@ class TrainingProgress:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
+
+
+class Throughput:
+    """Training samples per second since the last reading, pauses for evaluation and checkpoints excluded."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.samples = time.perf_counter(), 0
+
+    def add(self, samples: int) -> None:
+        self.samples += samples
+
+    def rate(self) -> float:
+        rate = self.samples / max(time.perf_counter() - self.start, 1e-9)
+        self.restart()
+        return rate
 
 
 def build_model_config(config: TrainConfig, id2label: dict[int, str], live_labels: list[str]) -> PatchNetConfig:
@@ -201,8 +220,8 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         id2label, live_labels = patch_type_vocabulary([train_set, *val_sets.values()])
     else:
         id2label, live_labels = {0: "spoof", 1: "live"}, ["live"]
-        train_set = train_set.map(lambda row: {"patch_type": id2label[row["label"]]})
-        val_sets = {name: ds.map(lambda row: {"patch_type": id2label[row["label"]]}) for name, ds in val_sets.items()}
+        train_set = binary_patch_types(train_set)
+        val_sets = {name: binary_patch_types(dataset) for name, dataset in val_sets.items()}
 
     # Model and preprocessing.
     model = PatchNetForImageClassification(build_model_config(config, id2label, live_labels))
@@ -288,9 +307,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     model.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc="training", disable=not accelerator.is_local_main_process)
     running_loss, running_count = torch.zeros((), device=accelerator.device), 0
+    throughput = Throughput()
     while progress.step < total_steps:
         train_loader.set_epoch(progress.epoch)
-        pass  # TODO set_epoch
+        train_transform.set_epoch(progress.epoch)
         batches = (accelerator.skip_first_batches(train_loader, progress.batches_in_epoch)
                    if progress.batches_in_epoch else train_loader)
         for batch in batches:
@@ -303,6 +323,7 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                 scheduler.step()
                 optimizer.zero_grad()
             progress.batches_in_epoch += 1
+            throughput.add(len(batch["labels"]) * accelerator.num_processes)
             running_loss += loss.detach().float()
             running_count += 1
             if not accelerator.sync_gradients:
@@ -312,13 +333,15 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
             if progress.step % training.log_every_steps == 0:
                 mean_loss = accelerator.reduce(running_loss / running_count, "mean").item()
                 log({"train/loss": mean_loss, "train/learning_rate": scheduler.get_last_lr()[0],
-                     "train/epoch": progress.epoch}, progress.step)
+                     "train/epoch": progress.epoch, "train/samples_per_second": throughput.rate()}, progress.step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}")
                 running_loss, running_count = torch.zeros((), device=accelerator.device), 0
             if training.eval_every_steps and progress.step % training.eval_every_steps == 0 and val_loaders:
                 evaluate()
+                throughput.restart()
             if progress.step % training.checkpoint_every_steps == 0:
                 save_checkpoint()
+                throughput.restart()
             if progress.step >= total_steps:
                 break
         if progress.batches_in_epoch >= len(train_loader):  # the epoch ran to its end
