@@ -98,6 +98,11 @@ def collect_scores(
                          **texts)
 
 
+def without_duplicate_total(reports: dict[str, MetricsReport]) -> dict[str, MetricsReport]:
+    """For tables and model cards: drop `"all"` when it only repeats the one source."""
+    return {name: report for name, report in reports.items() if name != ALL_SOURCES or len(reports) > 2}
+
+
 def reports_per_source(
     scored: ScoredSamples, threshold: float | Threshold, group_level: bool = False,
     score_aggregation: str | None = None,
@@ -187,7 +192,7 @@ def evaluate_model(
         (output_dir / "report.json").write_text(json.dumps(report, indent=2))
         (output_dir / "report.md").write_text(
             f"Model `{model_name_or_path}`; {threshold.description}; scores aggregated by {aggregation}.\n\n"
-            + format_markdown_table(reports) + "\n"
+            + format_markdown_table(without_duplicate_total(reports)) + "\n"
         )
         scored.to_frame().to_csv(output_dir / "scores.csv", index=False)
         curves = {name: (scored.scores[mask], scored.binary_labels[mask])

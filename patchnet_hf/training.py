@@ -27,7 +27,7 @@ from .configuration_patchnet import PatchNetConfig
 from .data.loading import DatasetSpec, binary_patch_types, load_training_data, patch_type_vocabulary
 from .data.sampler import ClassBalancedSampler
 from .data.transforms import EvalTransform, TrainTransform
-from .evaluation import ALL_SOURCES, ScoredSamples, collect_scores, reports_per_source
+from .evaluation import ALL_SOURCES, ScoredSamples, collect_scores, reports_per_source, without_duplicate_total
 from .image_processing_patchnet import IMAGENET_MEAN, IMAGENET_STD, PatchNetImageProcessor
 from .metrics import MetricsReport, Threshold, choose_threshold
 from .modeling_patchnet import PatchNetForImageClassification
@@ -372,7 +372,7 @@ def write_model_card(directory: Path, config: TrainConfig, val_sets: dict, repor
 
     card = build_model_card(directory, repo_id=config.hub.hub_model_id or directory.name,
                             dataset_names=sorted(val_sets) or [Path(e.root).name for e in config.data.datasets],
-                            train_config=config.to_dict(), reports=reports)
+                            train_config=config.to_dict(), reports=without_duplicate_total(reports))
     card.save(directory / "README.md")
 
 
