@@ -109,7 +109,8 @@ class PatchNetForImageClassification(PatchNetPreTrainedModel):
         self.backbone = timm.create_model(
             config.backbone, pretrained=False, num_classes=0, **(config.backbone_kwargs or {})
         )
-        features = self.backbone.num_features
+        # Models with a pre-logits head (MobileNetV3, GhostNet) pool to head_hidden_size, not num_features.
+        features = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.projection = nn.Linear(features, config.embedding_dim) if config.embedding_dim else nn.Identity()
         self.classifier = PatchNetCosineClassifier(config.embedding_dim or features, config.num_labels)
         self.post_init()

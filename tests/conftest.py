@@ -10,7 +10,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-
 from hub_server import hub_environment, local_hub  # noqa: E402, F401  (local_hub is a fixture)
 
 from patchnet_hf import PatchNetConfig, PatchNetForImageClassification  # noqa: E402

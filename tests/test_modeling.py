@@ -182,3 +182,13 @@ def test_default_labels_match_csv_convention():
     assert config.id2label == {0: "spoof", 1: "live"}
     assert config.live_label_ids == [1]
     assert np.array_equal(PatchNetForImageClassification(config).live_mask.numpy(), [False, True])
+
+
+def test_backbone_with_pre_logits_head_sizes_the_classifier():
+    # MobileNetV3 pools to head_hidden_size (1024), not num_features (288): the head must follow the pooled size.
+    config = PatchNetConfig(backbone="mobilenetv3_small_050", patch_size=TINY_PATCH)
+    model = PatchNetForImageClassification(config).eval()
+    with torch.no_grad():
+        output = model(patches(2))
+    assert model.classifier.weight.shape == (2, model.backbone.head_hidden_size)
+    assert output.embeddings.shape == (2, model.backbone.head_hidden_size)
