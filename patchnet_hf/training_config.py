@@ -126,6 +126,8 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
                 errors.append(error)
         raise errors[0]
     if origin is Literal:
+        if value is False and "no" in typing.get_args(hint):
+            value = "no"  # YAML 1.1 reads an unquoted `no` as False
         if value not in typing.get_args(hint):
             raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(hint))}.")
         return value

@@ -121,6 +121,7 @@ def test_checkpoint_rotation_and_best_model_threshold(tmp_path, demo_dataset):
         ("data.datasets=[{root: /nonexistent/dataset}]", r"data.datasets\[0\].root: training CSV"),
         ("training.best_metric=accuracy", "training.best_metric: 'accuracy' is not one of"),
         ("training.mixed_precision=fp8", "training.mixed_precision: 'fp8' is not one of"),
+        ("training.mixed_precision=yes", r"training.mixed_precision: True is not one of \['no', 'bf16', 'fp16'\]"),
     ],
 )
 def test_bad_configs_fail_before_training_naming_the_key(tmp_path, demo_dataset, override, message, capsys):
@@ -167,3 +168,10 @@ def test_push_without_network_keeps_the_local_result(tmp_path, demo_dataset):
     output = result.stdout + result.stderr
     assert "Hub push failed" in output and "tester/unreachable" in output and "intact" in output
     assert (tmp_path / "run" / "best_model" / "model.safetensors").exists()
+
+
+def test_unquoted_yaml_no_means_no_mixed_precision(tmp_path, demo_dataset):
+    from patchnet_hf.training_config import load_config
+
+    config = load_config(write_config(tmp_path, demo_dataset), ["training.mixed_precision=no"])
+    assert config.training.mixed_precision == "no"
