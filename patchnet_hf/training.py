@@ -28,6 +28,7 @@ from .data.loading import DatasetSpec, binary_patch_types, load_training_data, p
 from .data.sampler import ClassBalancedSampler
 from .data.transforms import EvalTransform, TrainTransform
 from .evaluation import ALL_SOURCES, ScoredSamples, collect_scores, reports_per_source, without_duplicate_total
+from .hub import HubPushError, build_model_card, push_to_hub
 from .image_processing_patchnet import IMAGENET_MEAN, IMAGENET_STD, PatchNetImageProcessor
 from .metrics import MetricsReport, Threshold, choose_threshold
 from .modeling_patchnet import PatchNetForImageClassification
@@ -368,8 +369,6 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
 
 
 def write_model_card(directory: Path, config: TrainConfig, val_sets: dict, reports: dict[str, MetricsReport]) -> None:
-    from .hub import build_model_card
-
     card = build_model_card(directory, repo_id=config.hub.hub_model_id or directory.name,
                             dataset_names=sorted(val_sets) or [Path(e.root).name for e in config.data.datasets],
                             train_config=config.to_dict(), reports=without_duplicate_total(reports))
@@ -378,8 +377,6 @@ def write_model_card(directory: Path, config: TrainConfig, val_sets: dict, repor
 
 def push_best(directory: Path, config: TrainConfig, accelerator: Accelerator) -> None:
     """Push the best model; a failure is reported clearly and leaves the local result intact."""
-    from .hub import HubPushError, push_to_hub
-
     try:
         reference = push_to_hub(directory, config.hub.hub_model_id, private=config.hub.private,
                                 commit_message="PatchNet best model")

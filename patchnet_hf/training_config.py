@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from transformers import SchedulerType
+
+from .configuration_patchnet import PatchNetConfig
 
 LOWER_IS_BETTER = ("acer", "apcer", "bpcer", "hter", "eer", "bpcer20", "bpcer100")
 HIGHER_IS_BETTER = ("auc",)
@@ -183,8 +186,21 @@ def apply_override(values: dict[str, Any], assignment: str) -> None:
     node[leaf] = yaml.safe_load(raw)
 
 
+def _check_model_section(section: ModelSection) -> None:
+    """The values PatchNetConfig checks, checked now (its messages start with the field name)."""
+    fields = {f.name for f in dataclasses.fields(PatchNetConfig)} & {f.name for f in dataclasses.fields(section)}
+    try:
+        PatchNetConfig(**{name: getattr(section, name) for name in fields})
+    except ValueError as error:
+        raise ConfigError(f"model.{error}") from error
+
+
 def _check_values(config: TrainConfig, base_dir: Path) -> None:
     training = config.training
+    _check_model_section(config.model)
+    schedulers = [kind.value for kind in SchedulerType]
+    if training.lr_scheduler not in schedulers:
+        raise ConfigError(f"training.lr_scheduler: {training.lr_scheduler!r} is not one of {schedulers}.")
     positive = ("epochs", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "checkpoint_every_steps",
                 "keep_checkpoints", "log_every_steps")
     for name in positive:
