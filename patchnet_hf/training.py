@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,13 @@ def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
     return path
 
 
+def discard_incomplete_checkpoints(output_dir: Path) -> None:
+    """Delete the checkpoints a killed run left half-written (they would also block their names)."""
+    for path in (output_dir / CHECKPOINT_DIR).iterdir():
+        if checkpoint_index(path) >= 0 and not (path / COMPLETE_MARKER).exists():
+            shutil.rmtree(path)
+
+
 def flat_scalars(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested config -> `{"training/learning_rate": 0.01, ...}`, lists and None as text (trackers reject them)."""
     flat = {}
@@ -208,6 +216,10 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     set_seed(training.seed)
+    checkpoint = resolve_resume(resume, output_dir)
+    if checkpoint is None and complete_checkpoints(output_dir):
+        raise FileExistsError(f"{output_dir} holds checkpoints of an earlier run: pass --resume latest to continue "
+                              "it, or choose another --output_dir.")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -254,11 +266,13 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     progress = TrainingProgress()
     accelerator.register_for_checkpointing(progress)
 
-    checkpoint = resolve_resume(resume, output_dir)
     if checkpoint is not None:
         accelerator.load_state(str(checkpoint))
+        if accelerator.is_main_process:
+            discard_incomplete_checkpoints(output_dir)
+        accelerator.wait_for_everyone()
         # load_state does not restore the automatic-naming counter (HF-NOTES).
-        accelerator.project_configuration.iteration = checkpoint_index(checkpoint) + 1
+        accelerator.project_configuration.iteration = checkpoint_index(complete_checkpoints(output_dir)[-1]) + 1
         accelerator.print(f"Resumed from {checkpoint} at step {progress.step} (epoch {progress.epoch}).")
 
     if training.report_to != "none":

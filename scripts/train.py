@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from patchnet_hf.data import DatasetFormatError
 from patchnet_hf.training import train
 from patchnet_hf.training_config import ConfigError, load_config
 
@@ -33,7 +34,11 @@ def main(argv: list[str] | None = None) -> dict:
                              hub__push_to_hub=args.push_to_hub, hub__hub_model_id=args.hub_model_id)
     except ConfigError as error:
         sys.exit(f"config error: {error}")
-    summary = train(config, resume=args.resume)
+    try:
+        summary = train(config, resume=args.resume)
+    except (DatasetFormatError, FileExistsError, FileNotFoundError) as error:
+        # Input problems found before the first step: the message names the file, rows or option.
+        sys.exit(f"error: {error}")
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -83,7 +83,15 @@ def test_resume_after_kill_reproduces_the_uninterrupted_run(tmp_path, demo_datas
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (tmp_path / "interrupted" / "run" / "final_model").exists(), "the run finished before the kill"
+    half_written = tmp_path / "interrupted" / "run" / "checkpoints" / "checkpoint_40"
+    half_written.mkdir()  # as if killed while saving: no COMPLETE marker
+    (half_written / "model.safetensors").write_bytes(b"trunc")
+    restart = subprocess.run([sys.executable, str(TRAIN), "--config", str(interrupted)], capture_output=True,
+                             text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert restart.returncode == 1 and "error: " in restart.stderr and "--resume latest" in restart.stderr
+    assert "Traceback" not in restart.stderr, "a fresh run into a resumable directory must be refused clearly"
     result = run_training(interrupted, "--resume", "latest")
+    assert not half_written.exists()
     assert "Resumed from" in result.stdout + result.stderr
     final = [load_file(tmp_path / name / "run" / "final_model" / "model.safetensors")
              for name in ("straight", "interrupted")]
@@ -178,3 +186,24 @@ def test_unquoted_yaml_no_means_no_mixed_precision(tmp_path, demo_dataset):
 
     config = load_config(write_config(tmp_path, demo_dataset), ["training.mixed_precision=no"])
     assert config.training.mixed_precision == "no"
+
+
+def test_invalid_dataset_rows_stop_training_with_the_file_and_rows(tmp_path, demo_dataset):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_dataset, broken)
+    lines = (broken / "train.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    lines[1] = ",".join([first[0], "7", *first[2:]])
+    (broken / "train.csv").write_text("\n".join(lines) + "\n")
+    sys.path.insert(0, str(TRAIN.parent))
+    try:
+        import train as train_script
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--config", str(write_config(tmp_path, broken))])
+    message = exit_info.value.code
+    assert message.startswith("error: ") and str(broken / "train.csv") in message
+    assert "label" in message and first[0] in message
