@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.transforms import CorruptImageError, decode_image
+from .data.video import sample_video_frames
 from .image_processing_patchnet import PatchNetImageProcessor, grid_boxes
 from .modeling_patchnet import PatchNetForImageClassification
 
@@ -41,10 +42,6 @@ DEFAULT_HEATMAP_GRID = 8
 _READ_ERRORS = (CorruptImageError, OSError, ValueError, cv2.error)
 
 ImageInput = str | os.PathLike | Image.Image | np.ndarray
-
-
-class VideoReadError(OSError):
-    """A video that cannot be opened or yields no frame; the message names the file."""
 
 
 @dataclass
@@ -115,39 +112,6 @@ def _media_in_folder(folder: str) -> list[str]:
 
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def sample_video_frames(path: str | os.PathLike, num_frames: int) -> tuple[list[int], list[np.ndarray]]:
-    """Read `num_frames` frames spread evenly over a video (first and last included).
-
-    Returns the indices of the frames read and the frames, RGB uint8 `(H, W, 3)`. A sampled frame that does
-    not decode is skipped (container frame counts are estimates); a video with no decodable frame raises
-    `VideoReadError`.
-    """
-    if num_frames < 1:
-        raise ValueError(f"num_frames={num_frames} must be at least 1.")
-    capture = cv2.VideoCapture(os.fspath(path))
-    try:
-        if not capture.isOpened():
-            raise VideoReadError(f"cannot open video {path}")
-        frame_count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if frame_count <= 0:
-            raise VideoReadError(f"video {path} reports no frame count, so frames cannot be sampled")
-        wanted = np.unique(np.linspace(0, frame_count - 1, min(num_frames, frame_count)).round().astype(int))
-        indices, frames = [], []
-        for index in wanted.tolist():
-            capture.set(cv2.CAP_PROP_POS_FRAMES, index)
-            ok, frame = capture.read()
-            if ok:
-                indices.append(index)
-                frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            else:
-                logger.debug("frame %d of %s does not decode; skipped", index, path)
-    finally:
-        capture.release()
-    if not frames:
-        raise VideoReadError(f"no frame of video {path} could be decoded")
-    return indices, frames
 
 
 def load_model_and_processor(
@@ -483,7 +447,6 @@ __all__ = [
     "VIDEO_EXTENSIONS",
     "LivenessPredictor",
     "Prediction",
-    "VideoReadError",
     "find_inputs",
     "is_video",
     "load_model_and_processor",

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import cv2
 import datasets
 import numpy as np
 import pandas as pd
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from ..image_processing_patchnet import to_rgb_upright
 from .loading import LABEL_NAMES, MAX_ROWS_SHOWN, DatasetFormatError, column_values, load_csv_dataset
 from .transforms import CorruptImageError, decode_image
+from .video import sample_video_frames
 
 logger = logging.getLogger(__name__)
 
@@ -233,34 +233,6 @@ def square_box(
     return x, y, x + side, y + side
 
 
-def sample_video_frames(video_path: str | os.PathLike, num_frames: int) -> list[np.ndarray]:
-    """`num_frames` frames spread evenly over a video (fewer when it is shorter), RGB uint8 `(H, W, 3)`."""
-    capture = cv2.VideoCapture(str(video_path))
-    if not capture.isOpened():
-        raise CorruptImageError(f"cannot open video {video_path}")
-    try:
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-        if count <= 0:  # some containers do not store it: count by demuxing
-            while capture.grab():
-                count += 1
-            capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        wanted = set(np.linspace(0, max(count - 1, 0), num_frames).round().astype(int).tolist())
-        frames = []
-        # Reading in order is slower than seeking but exact for every codec.
-        for index in range(max(wanted, default=-1) + 1):
-            if not capture.grab():
-                break
-            if index in wanted:
-                ok, frame = capture.retrieve()
-                if ok:
-                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    finally:
-        capture.release()
-    if not frames:
-        raise CorruptImageError(f"cannot decode any frame of video {video_path}")
-    return frames
-
-
 def verify_images(paths: Sequence[str | os.PathLike], progress: bool = True) -> list[tuple[str, str]]:
     """Decode every image fully; returns `(path, reason)` for those that cannot be decoded."""
     failures = []
@@ -310,7 +282,7 @@ def _write_frames(item: SourceFile, images_dir: Path, frames_per_video: int) -> 
     folder = PurePosixPath(item.rel_path).with_suffix("")
     (images_dir / folder).mkdir(parents=True, exist_ok=True)
     rel_paths = []
-    for index, frame in enumerate(sample_video_frames(item.path, frames_per_video)):
+    for index, frame in enumerate(sample_video_frames(item.path, frames_per_video)[1]):
         rel_path = (folder / f"frame_{index:04d}.png").as_posix()
         Image.fromarray(frame).save(images_dir / rel_path)
         rel_paths.append(rel_path)
