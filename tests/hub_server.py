@@ -1,4 +1,5 @@
-"""A minimal local Hugging Face Hub for tests: the HTTP API huggingface_hub needs to push and download models.
+"""A minimal local Hugging Face Hub for tests: the HTTP API huggingface_hub and datasets need to push and download
+model and dataset repositories.
 
 Usage from a test module (``tests/`` is on ``sys.path`` under pytest)::
 
@@ -8,26 +9,33 @@ Usage from a test module (``tests/`` is on ``sys.path`` under pytest)::
         environment = hub_environment(tmp_path / "hf_home", local_hub.url)
         subprocess.run([sys.executable, "push_something.py"], env=environment, check=True, timeout=120)
         assert "config.json" in local_hub.files("me/model")
+        assert "README.md" in local_hub.files("me/data", repo_type="dataset")
 
 The tests run offline (``HF_HUB_OFFLINE=1``), and huggingface_hub reads ``HF_HUB_OFFLINE`` and ``HF_ENDPOINT``
 when it is imported: talk to the server from a subprocess whose environment comes from ``hub_environment``.
 
-The routes follow huggingface_hub's own client code (``hf_api.py``, ``_commit_api.py``, ``file_download.py``):
+The routes follow huggingface_hub's own client code (``hf_api.py``, ``_commit_api.py``, ``file_download.py``,
+``hf_file_system.py``). ``{type}`` is ``models`` or ``datasets``, and ``{prefix}`` is empty for a model and
+``datasets/`` for a dataset, as on the Hub:
 
-* ``POST /api/repos/create``
-* ``POST /api/models/{repo}/preupload/{rev}``: every file is "regular", so contents come inline in the commit
-* ``POST /api/models/{repo}/commit/{rev}``: NDJSON, a header line then ``file`` / ``deletedFile`` /
+* ``POST /api/repos/create``: ``"type"`` absent, ``"model"`` or ``"dataset"``
+* ``POST /api/{type}/{repo}/preupload/{rev}``: dataset ``*.parquet`` files are "lfs", every other file "regular"
+  (its content comes inline in the commit)
+* ``POST /{prefix}{repo}.git/info/lfs/objects/batch`` (LFS uploads, "basic" transfer) and ``PUT /lfs-upload/{oid}``,
+  the upload URL it hands out, which needs no token (it stands for a presigned storage URL)
+* ``POST /api/{type}/{repo}/commit/{rev}``: NDJSON, a header line then ``file`` / ``lfsFile`` / ``deletedFile`` /
   ``deletedFolder`` lines
-* ``GET /api/models/{repo}`` and ``GET /api/models/{repo}/revision/{rev}``: model info (``sha``,
-  ``siblings``)
-* ``GET /api/models/{repo}/tree/{rev}[/{path}]``: file listing (``recursive`` supported, one page)
+* ``GET /api/{type}/{repo}`` and ``GET /api/{type}/{repo}/revision/{rev}``: repo info (``sha``, ``siblings``)
+* ``GET /api/{type}/{repo}/tree/{rev}[/{path}]``: file listing (``recursive`` supported, one page)
+* ``POST /api/{type}/{repo}/paths-info/{rev}``: the entries of the given paths that exist
 * ``POST /api/validate-yaml``: parses the README front matter
-* ``HEAD`` / ``GET /{repo}/resolve/{rev}/{path}``: ``X-Repo-Commit``, ``ETag``, ``Content-Length``; a missing
-  file is a 404 with ``X-Error-Code: EntryNotFound``
+* ``HEAD`` / ``GET /{prefix}{repo}/resolve/{rev}/{path}``: ``X-Repo-Commit``, ``ETag``, ``Content-Length``; a
+  missing file is a 404 with ``X-Error-Code: EntryNotFound``
 * ``GET /api/agent-harnesses``: an empty registry (huggingface_hub fetches it for its user agent)
 
-Anything else answers 501 and prints the request to stderr, so that a missing route is obvious. Only model
-repos on branch ``main`` (or a commit sha) are supported: no LFS, no pull requests, no other branches.
+Anything else answers 501 and prints the request to stderr, so that a missing route is obvious. Only model and
+dataset repos on branch ``main`` (or a commit sha) are supported: no Xet storage (``hub_environment`` turns it off),
+no pull requests, no other branches, no Spaces.
 """
 
 from __future__ import annotations
@@ -53,9 +61,21 @@ import yaml
 DEFAULT_MAX_REQUESTS = 1000
 _REPO = r"(?P<repo>[^/]+(?:/[^/]+)?)"
 _API_REPO_ROUTE = re.compile(
-    rf"^/api/models/{_REPO}(?:/(?P<action>preupload|commit|revision|tree)/(?P<rev>[^/]+)(?:/(?P<path>.*))?)?$"
+    rf"^/api/(?P<type>model|dataset)s/{_REPO}"
+    r"(?:/(?P<action>preupload|commit|revision|tree|paths-info)/(?P<rev>[^/]+)(?:/(?P<path>.*))?)?$"
 )
-_RESOLVE_ROUTE = re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+# The Hub reserves the "datasets" namespace, so "/datasets/..." always names a dataset.
+_RESOLVE_ROUTE = re.compile(rf"^/(?:(?P<type>dataset)s/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
+_LFS_BATCH_ROUTE = re.compile(rf"^/(?:(?P<type>dataset)s/)?{_REPO}\.git/info/lfs/objects/batch$")
+_LFS_UPLOAD_ROUTE = re.compile(r"^/lfs-upload/(?P<oid>[0-9a-f]{64})$")
+# Where a repo lives, below the endpoint and below /api/: "me/model" or "datasets/me/data".
+_URL_PREFIXES = {"model": "", "dataset": "datasets/"}
+# Files the preupload answer sends through LFS. The Hub decides by .gitattributes and content; here model files
+# stay "regular" (inline in the commit, as the model tests expect), while dataset shards must go through LFS:
+# datasets deletes each shard's temporary file right after its preupload, so it relies on the upload happening there.
+_LFS_SUFFIXES = {"model": (), "dataset": (".parquet",)}
+# POSTs that only read: allowed without a token, as on the Hub for a public repo.
+_READ_ONLY_POSTS = re.compile(r"^/api/(validate-yaml|(model|dataset)s/.+/paths-info/.+)$")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(\n|\Z)", re.DOTALL)
 _GITATTRIBUTES = b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"
 
@@ -76,14 +96,22 @@ def hub_environment(hf_home: Path, endpoint: str, token: str | None = "dummy") -
         HF_MODULES_CACHE=str(hf_home / "modules"),
         HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1",
+        # hf_xet, when installed, would upload LFS files through Xet storage, which this server does not speak.
+        HF_HUB_DISABLE_XET="1",
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
     )
-    for name in ("TRANSFORMERS_OFFLINE", "HF_TOKEN_PATH", "HF_TOKEN"):
+    # datasets and transformers have offline flags of their own, on top of HF_HUB_OFFLINE.
+    for name in ("TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN_PATH", "HF_TOKEN"):
         environment.pop(name, None)
     if token is not None:
         environment["HF_TOKEN"] = token
     return environment
+
+
+def repo_key(repo_id: str, repo_type: str | None = "model") -> str:
+    """The key of a repo in ``LocalHub.repos``: its URL path, so a model and a dataset may share a name."""
+    return _URL_PREFIXES[repo_type or "model"] + repo_id
 
 
 def git_blob_oid(content: bytes) -> str:
@@ -93,9 +121,10 @@ def git_blob_oid(content: bytes) -> str:
 
 @dataclass
 class Repo:
-    """A model repository: one linear history of snapshots on ``main``."""
+    """A model or dataset repository: one linear history of snapshots on ``main``."""
 
     private: bool
+    repo_type: str = "model"
     # commit sha -> {path: content}; insertion order is history order.
     snapshots: dict[str, dict[str, bytes]] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)
@@ -143,7 +172,8 @@ class LocalHub:
     def __init__(self, *, required_token: str | None = None, max_requests: int = DEFAULT_MAX_REQUESTS):
         self.required_token = required_token
         self.max_requests = max_requests
-        self.repos: dict[str, Repo] = {}
+        self.repos: dict[str, Repo] = {}  # by repo_key(): "me/model", "datasets/me/data"
+        self.lfs_objects: dict[str, bytes] = {}  # uploaded LFS contents by sha256, shared by all repos
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) in arrival order
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
@@ -176,10 +206,10 @@ class LocalHub:
         with self._lock:
             self.requests.append((method, path, status))
 
-    def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
         """The files of a repo at a revision: {path: content}."""
         with self._lock:
-            repo = self._repo(repo_id)
+            repo = self._repo(repo_key(repo_id, repo_type))
             return dict(repo.snapshots[self._sha(repo, revision)])
 
     # -- request handling (called from handler threads) ---------------------------------------------------
@@ -202,39 +232,53 @@ class LocalHub:
                 return _json({"standardEnvVars": [], "harnesses": {}})
             if (match := _API_REPO_ROUTE.match(path)) is not None:
                 return self._api_repo(method, match, query, body)
+            if method == "POST" and (match := _LFS_BATCH_ROUTE.match(path)) is not None:
+                self._repo(repo_key(unquote(match["repo"]), match["type"]))
+                return _json(self._lfs_batch(json.loads(body)))
+            if method == "PUT" and (match := _LFS_UPLOAD_ROUTE.match(path)) is not None:
+                return self._lfs_upload(match["oid"], body)
             if method in ("GET", "HEAD") and (match := _RESOLVE_ROUTE.match(path)) is not None:
-                return self._resolve(unquote(match["repo"]), unquote(match["rev"]), unquote(match["path"]))
+                key = repo_key(unquote(match["repo"]), match["type"])
+                return self._resolve(key, unquote(match["rev"]), unquote(match["path"]))
         raise NotImplementedError
 
     def _check_token(self, method: str, path: str, authorization: str | None) -> None:
+        if _LFS_UPLOAD_ROUTE.match(path):
+            return  # the client sends no credentials to a storage URL
         token = None
         if authorization and authorization.startswith("Bearer "):
             token = authorization[len("Bearer "):]
         if self.required_token is not None and token != self.required_token:
             raise HubError(HTTPStatus.UNAUTHORIZED, "Invalid credentials in Authorization header")
-        is_write = method == "POST" and path != "/api/validate-yaml"
+        is_write = method == "POST" and not _READ_ONLY_POSTS.match(path)
         if is_write and token is None:
             raise HubError(HTTPStatus.UNAUTHORIZED, "You must be authenticated to write to the Hub")
 
     def _api_repo(self, method: str, match: re.Match, query: dict, body: bytes) -> tuple[int, dict, bytes]:
+        """The routes below ``/api/models/{repo}`` and ``/api/datasets/{repo}``: one handler per action."""
         repo_id, action = unquote(match["repo"]), match["action"]
+        key = repo_key(repo_id, match["type"])
         revision, folder = unquote(match["rev"] or "main"), unquote(match["path"] or "")
-        repo = self._repo(repo_id)
+        repo = self._repo(key)
         if method == "GET" and action in (None, "revision") and not folder:
-            return _json(self._model_info(repo_id, repo, revision))
+            return _json(self._repo_info(repo_id, repo, revision))
         if method == "GET" and action == "tree":
             recursive = query.get("recursive", ["false"])[0].lower() in ("true", "1")
             return _json(self._tree(repo, revision, folder, recursive))
+        if method == "POST" and action == "paths-info" and not folder:
+            # A form body: "paths" once per path.
+            paths = parse_qs(body.decode(), keep_blank_values=True).get("paths", [])
+            return _json(self._paths_info(repo, revision, paths))
         if method == "POST" and action == "preupload":
             return _json(self._preupload(repo, revision, json.loads(body)))
         if method == "POST" and action == "commit" and "create_pr" not in query:
-            return _json(self._commit(repo_id, repo, revision, body))
+            return _json(self._commit(key, repo, revision, body))
         raise NotImplementedError
 
-    def _repo(self, repo_id: str) -> Repo:
-        if repo_id not in self.repos:
-            raise HubError(HTTPStatus.NOT_FOUND, f"Repository {repo_id} not found", "RepoNotFound")
-        return self.repos[repo_id]
+    def _repo(self, key: str) -> Repo:
+        if key not in self.repos:
+            raise HubError(HTTPStatus.NOT_FOUND, f"Repository {key} not found", "RepoNotFound")
+        return self.repos[key]
 
     @staticmethod
     def _sha(repo: Repo, revision: str) -> str:
@@ -244,25 +288,29 @@ class LocalHub:
         return sha
 
     def _create_repo(self, payload: dict) -> dict:
-        if payload.get("type") not in (None, "model"):
+        repo_type = payload.get("type") or "model"
+        if repo_type not in _URL_PREFIXES:
             raise NotImplementedError
         repo_id = "/".join(part for part in (payload.get("organization"), payload["name"]) if part)
-        url = f"{self.url}/{repo_id}"
-        if repo_id in self.repos:
+        key = repo_key(repo_id, repo_type)
+        # huggingface_hub reads the repo type back from the URL's "datasets/" prefix.
+        url = f"{self.url}/{key}"
+        if key in self.repos:
             # huggingface_hub's create_repo(exist_ok=True) reads the url from this 409 answer.
-            raise HubError(HTTPStatus.CONFLICT, "You already created this model repo", fields={"url": url})
-        repo = Repo(private=payload.get("visibility") == "private")
+            raise HubError(HTTPStatus.CONFLICT, f"You already created this {repo_type} repo", fields={"url": url})
+        repo = Repo(private=payload.get("visibility") == "private", repo_type=repo_type)
         # Like the Hub, a new repo starts with one commit holding .gitattributes.
         repo.commit({".gitattributes": _GITATTRIBUTES}, "initial commit")
-        self.repos[repo_id] = repo
+        self.repos[key] = repo
         return {"url": url, "name": repo_id, "id": repo_id}
 
-    def _model_info(self, repo_id: str, repo: Repo, revision: str) -> dict:
+    def _repo_info(self, repo_id: str, repo: Repo, revision: str) -> dict:
+        """What ``model_info`` / ``dataset_info`` read: the commit sha and the files (``siblings``)."""
         sha = self._sha(repo, revision)
         files = repo.snapshots[sha]
         return {
             "id": repo_id,
-            "modelId": repo_id,
+            **({"modelId": repo_id} if repo.repo_type == "model" else {}),
             "sha": sha,
             "private": repo.private,
             "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
@@ -284,32 +332,57 @@ class LocalHub:
             # Non-recursive: only the first level below the folder; recursive: every folder on the way.
             for level in range(1, len(parts) if recursive else min(len(parts), 2)):
                 directory = prefix + "/".join(parts[:level])
-                entries.setdefault(directory, {"type": "directory", "path": directory,
-                                               "oid": hashlib.sha1(directory.encode()).hexdigest()})
+                entries.setdefault(directory, _folder_entry(directory))
             if recursive or len(parts) == 1:
-                oid = git_blob_oid(content)
-                entries[path] = {"type": "file", "path": path, "size": len(content), "oid": oid}
+                entries[path] = _file_entry(path, content)
         if prefix and not entries:
             raise HubError(HTTPStatus.NOT_FOUND, f"{folder} does not exist", "EntryNotFound")
         return list(entries.values())
 
+    def _paths_info(self, repo: Repo, revision: str, paths: list[str]) -> list[dict]:
+        """The tree entries of the paths that exist, files or folders; the others are left out, as on the Hub."""
+        files = repo.snapshots[self._sha(repo, revision)]
+        entries = []
+        for path in dict.fromkeys(path.strip("/") for path in paths):
+            if path in files:
+                entries.append(_file_entry(path, files[path]))
+            elif any(name.startswith(path + "/") for name in files):
+                entries.append(_folder_entry(path))
+        return entries
+
     def _preupload(self, repo: Repo, revision: str, payload: dict) -> dict:
         sha = self._sha(repo, revision)
         files = repo.snapshots[sha]
-        return {
-            "files": [
-                {
-                    "path": item["path"],
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": git_blob_oid(files[item["path"]]) if item["path"] in files else None,
-                }
-                for item in payload["files"]
-            ],
-            "commitOid": sha,
-        }
+        answers = []
+        for item in payload["files"]:
+            path, content = item["path"], files.get(item["path"])
+            lfs = path.endswith(_LFS_SUFFIXES[repo.repo_type])
+            # The client skips an unchanged file by this oid: sha256 for LFS files, the git blob sha1 otherwise.
+            oid = None
+            if content is not None:
+                oid = hashlib.sha256(content).hexdigest() if lfs else git_blob_oid(content)
+            answers.append({"path": path, "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": oid})
+        return {"files": answers, "commitOid": sha}
 
-    def _commit(self, repo_id: str, repo: Repo, revision: str, body: bytes) -> dict:
+    def _lfs_batch(self, payload: dict) -> dict:
+        """The LFS batch answer: an upload URL for each object not stored yet (no ``actions``: already there)."""
+        if payload.get("operation") != "upload":
+            raise NotImplementedError
+        objects = []
+        for item in payload["objects"]:
+            entry = {"oid": item["oid"], "size": item["size"], "authenticated": True}
+            if item["oid"] not in self.lfs_objects:
+                entry["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{item['oid']}"}}
+            objects.append(entry)
+        return {"transfer": "basic", "objects": objects}
+
+    def _lfs_upload(self, oid: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        if hashlib.sha256(body).hexdigest() != oid:
+            raise HubError(HTTPStatus.BAD_REQUEST, f"the uploaded content does not have sha256 {oid}")
+        self.lfs_objects[oid] = body
+        return HTTPStatus.OK, {}, b""
+
+    def _commit(self, key: str, repo: Repo, revision: str, body: bytes) -> dict:
         if repo.resolve(revision) != repo.head:
             raise NotImplementedError  # only commits on top of main
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
@@ -320,12 +393,12 @@ class LocalHub:
             raise HubError(HTTPStatus.PRECONDITION_FAILED, "parentCommit is not the head of main")
         files = dict(repo.snapshots[repo.head])
         for line in lines[1:]:
-            _apply_operation(files, line["key"], line["value"])
+            _apply_operation(files, line["key"], line["value"], self.lfs_objects)
         sha = repo.commit(files, header["summary"])
-        return {"commitUrl": f"{self.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
+        return {"commitUrl": f"{self.url}/{key}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
 
-    def _resolve(self, repo_id: str, revision: str, path: str) -> tuple[int, dict[str, str], bytes]:
-        repo = self._repo(repo_id)
+    def _resolve(self, key: str, revision: str, path: str) -> tuple[int, dict[str, str], bytes]:
+        repo = self._repo(key)
         sha = self._sha(repo, revision)
         content = repo.snapshots[sha].get(path)
         if content is None:
@@ -337,10 +410,24 @@ class LocalHub:
         return HTTPStatus.OK, headers, content
 
 
-def _apply_operation(files: dict[str, bytes], key: str, value: dict) -> None:
-    """Applies one NDJSON commit line to a snapshot being built."""
+def _file_entry(path: str, content: bytes) -> dict:
+    """A file as ``list_repo_tree`` and ``get_paths_info`` read it (``RepoFile``)."""
+    return {"type": "file", "path": path, "size": len(content), "oid": git_blob_oid(content)}
+
+
+def _folder_entry(path: str) -> dict:
+    """A folder as ``list_repo_tree`` and ``get_paths_info`` read it (``RepoFolder``); any stable oid will do."""
+    return {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest()}
+
+
+def _apply_operation(files: dict[str, bytes], key: str, value: dict, lfs_objects: Mapping[str, bytes]) -> None:
+    """Applies one NDJSON commit line to a snapshot being built; ``lfsFile`` lines name uploaded LFS objects."""
     if key == "file" and value.get("encoding") == "base64":
         files[value["path"]] = base64.b64decode(value["content"])
+    elif key == "lfsFile" and value.get("algo") == "sha256":
+        if value["oid"] not in lfs_objects:
+            raise HubError(HTTPStatus.BAD_REQUEST, f"LFS object {value['oid']} was never uploaded")
+        files[value["path"]] = lfs_objects[value["oid"]]
     elif key == "deletedFile":
         if files.pop(value["path"], None) is None:
             raise HubError(HTTPStatus.NOT_FOUND, "A file with this name doesn't exist", "EntryNotFound")
@@ -349,7 +436,7 @@ def _apply_operation(files: dict[str, bytes], key: str, value: dict) -> None:
         for path in [path for path in files if path.startswith(prefix)]:
             del files[path]
     else:
-        # lfsFile or another encoding: the preupload answer never asks for them.
+        # Another encoding or hash: the client never sends them.
         raise NotImplementedError
 
 
@@ -427,4 +514,4 @@ def local_hub() -> Iterator[LocalHub]:
         yield hub
 
 
-__all__ = ["LocalHub", "git_blob_oid", "hub_environment", "local_hub"]
+__all__ = ["LocalHub", "git_blob_oid", "hub_environment", "local_hub", "repo_key"]

@@ -1,13 +1,20 @@
 """scripts/prepare_dataset.py: folder trees and videos -> the CSV layout -> a self-contained HF dataset."""
 
 import importlib.util
+import socket
+import subprocess
+import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 import cv2
 import datasets
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from hub_server import hub_environment
 from PIL import Image
 
 from patchnet_hf.data import (
@@ -326,3 +333,80 @@ def test_wrong_direction_is_explained(tmp_path, layout):
         )
     with pytest.raises(SystemExit, match="already in the CSV layout"):
         prepare_dataset.main(["--input", str(layout), "--output", str(tmp_path / "y"), "--format", "csv"])
+
+
+# --- through a local Hub ------------------------------------------------------------------------------------
+# huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE at import: the Hub is reached from subprocesses whose
+# environment comes from hub_environment (tests/hub_server.py); this process stays offline.
+
+HUB_DATASET = "tester/demo-ds"
+
+LOAD_FROM_HUB = textwrap.dedent("""
+    import json, sys
+    import datasets
+    from huggingface_hub import HfApi
+    repo_id, output = sys.argv[1:]
+    datasets.load_dataset(repo_id).save_to_disk(output)  # for the test process, which stays offline
+    found = HfApi().get_paths_info(repo_id, ["README.md", "data", "missing.txt"], repo_type="dataset")
+    print("PATHS", json.dumps([entry.path for entry in found]))
+""")
+
+
+def run_script(*args: str, environment: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], env=environment, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=180)
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory`: relative path -> bytes."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+
+
+def test_push_to_a_local_hub_loads_back_identical(tmp_path, local_hub):
+    from patchnet_hf.data.demo import make_demo_dataset
+
+    root = tmp_path / "demo"
+    make_demo_dataset(root, num_images=12, seed=0)
+    before = snapshot(root)
+    push = run_script(str(SCRIPT), "--input", str(root), "--output", HUB_DATASET, "--format", "hub",
+                      environment=hub_environment(tmp_path / "hf_home", local_hub.url))
+    assert push.returncode == 0, push.stderr[-3000:]
+    assert snapshot(root) == before
+
+    files = local_hub.files(HUB_DATASET, repo_type="dataset")
+    splits = ("test", "train", "val")
+    assert {f"data/{split}-00000-of-00001.parquet" for split in splits} <= set(files), sorted(files)
+    card = files["README.md"].decode()  # datasets' card: features, split sizes and which files form each split
+    assert "dataset_info" in card and all(f"path: data/{split}-*" in card for split in splits)
+    for split in splits:
+        # The images travel inside the shards, byte for byte, not as paths to the local files.
+        shard = pq.read_table(pa.BufferReader(files[f"data/{split}-00000-of-00001.parquet"]))
+        for name, image in zip(shard["image_name"].to_pylist(), shard["image"].to_pylist(), strict=True):
+            assert image["bytes"] == (root / "images" / name).read_bytes(), name
+
+    # A new, empty cache: everything comes from the Hub.
+    reloaded_dir = tmp_path / "reloaded"
+    load = run_script("-c", LOAD_FROM_HUB, HUB_DATASET, str(reloaded_dir),
+                      environment=hub_environment(tmp_path / "hf_home_load", local_hub.url))
+    assert load.returncode == 0, load.stderr[-3000:]
+    assert '["README.md", "data"]' in load.stdout  # paths-info leaves out what does not exist
+    reloaded = datasets.load_from_disk(str(reloaded_dir))
+    assert sorted(reloaded) == list(splits)
+    for split in splits:
+        # Every column and every image's pixels, against the local CSV and image files.
+        assert_same_rows_and_pixels(reloaded[split], load_csv_dataset(root / f"{split}.csv"))
+    assert not [request for request in local_hub.requests if request[2] >= 500]
+
+
+def test_push_to_a_dead_endpoint_fails_clearly_and_keeps_the_data(layout, tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there once the probe is closed
+    before = snapshot(layout)
+    push = run_script(str(SCRIPT), "--input", str(layout), "--output", HUB_DATASET, "--format", "hub",
+                      environment=hub_environment(tmp_path / "hf_home", dead))
+    assert push.returncode == 1
+    message = push.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"error: could not push to the Hub repository '{HUB_DATASET}' (ConnectError")
+    assert "Nothing local was changed" in message and "Traceback" not in push.stderr
+    assert snapshot(layout) == before
