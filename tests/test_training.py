@@ -207,3 +207,19 @@ def test_invalid_dataset_rows_stop_training_with_the_file_and_rows(tmp_path, dem
     message = exit_info.value.code
     assert message.startswith("error: ") and str(broken / "train.csv") in message
     assert "label" in message and first[0] in message
+
+
+def test_several_datasets_train_together_and_validate_separately(tmp_path, demo_dataset):
+    config = write_config(tmp_path, demo_dataset, max_steps=2)
+    values = yaml.safe_load(config.read_text())
+    values["data"]["datasets"] = [{"root": str(demo_dataset), "name": "first"},
+                                  {"root": str(demo_dataset), "name": "second", "val_csv": "test.csv"}]
+    config.write_text(yaml.safe_dump(values))
+    run_training(config)
+    reports = json.loads((tmp_path / "run" / "best_model" / "validation_metrics.json").read_text())["reports"]
+    n_val, n_test = csv_rows(demo_dataset / "val.csv"), csv_rows(demo_dataset / "test.csv")
+    assert set(reports) == {"first", "second", "all"}
+    assert (reports["first"]["n_samples"], reports["second"]["n_samples"]) == (n_val, n_test)
+    assert reports["all"]["n_samples"] == n_val + n_test
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert any("val/first/acer" in entry and "val/second/acer" in entry for entry in logged)
