@@ -33,7 +33,7 @@ from .hub import HubPushError, build_model_card, push_to_hub
 from .image_processing_patchnet import IMAGENET_MEAN, IMAGENET_STD, PatchNetImageProcessor
 from .metrics import MetricsReport, Threshold, choose_threshold
 from .modeling_patchnet import PatchNetForImageClassification
-from .training_config import HIGHER_IS_BETTER, TrainConfig
+from .training_config import HIGHER_IS_BETTER, ConfigError, TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,6 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
     if checkpoint is None and complete_checkpoints(output_dir):
         raise FileExistsError(f"{output_dir} holds checkpoints of an earlier run: pass --resume latest to continue "
                               "it, or choose another --output_dir.")
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
     # Data: one concatenated training set, one validation set per source.
     specs = [DatasetSpec(root=entry.root, name=entry.name, images_root=entry.images_root,
@@ -254,6 +251,13 @@ def train(config: TrainConfig, resume: str | None = None) -> dict[str, Any]:
                    for name, dataset in val_sets.items()}
 
     train_loader = accelerator.prepare(train_loader)
+    if len(train_loader) == 0:  # drop_last leaves no batch: the loop would never advance
+        raise ConfigError(f"training.batch_size: {training.batch_size} images x {accelerator.num_processes} "
+                          f"process(es) is more than the {len(train_set)} training images.")
+    # Inputs are valid: from here on the run writes into output_dir.
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     steps_per_epoch = max(1, len(train_loader) // training.gradient_accumulation_steps)
     total_steps = training.max_steps if training.max_steps is not None else training.epochs * steps_per_epoch
     optimizer = OPTIMIZERS[training.optimizer](model.parameters(), training)

@@ -32,10 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         config = load_config(args.config, args.overrides, training__output_dir=args.output_dir,
                              hub__push_to_hub=args.push_to_hub, hub__hub_model_id=args.hub_model_id)
+        summary = train(config, resume=args.resume)
     except ConfigError as error:
         sys.exit(f"config error: {error}")
-    try:
-        summary = train(config, resume=args.resume)
     except (DatasetFormatError, FileExistsError, FileNotFoundError) as error:
         # Input problems found before the first step: the message names the file, rows or option.
         sys.exit(f"error: {error}")

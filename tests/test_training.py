@@ -128,6 +128,7 @@ def test_checkpoint_rotation_and_best_model_threshold(tmp_path, demo_dataset):
         ("model.patch_size=1.5", "model.patch_size: expected int"),
         ("data.datasets=[{root: /nonexistent/dataset}]", r"data.datasets\[0\].root: training CSV"),
         ("training.best_metric=accuracy", "training.best_metric: 'accuracy' is not one of"),
+        ("training.batch_size=500", "training.batch_size: 500 images x 1 process\\(es\\) is more than the 42"),
         ("training.lr_scheduler=cosine_annealing", "training.lr_scheduler: 'cosine_annealing' is not one of"),
         ("model.margin_live=1.2", r"model.margin_live=1.2 must lie in \[0, 1\)"),
         ("model.backbone=resnet_unknown", "model.backbone='resnet_unknown' is not a timm model name"),
