@@ -134,6 +134,11 @@ def _escapes(name: str) -> bool:
     return normal == ".." or normal.startswith("../")
 
 
+def _is_safe(name: str) -> bool:
+    """A non-empty path relative to the dataset root that stays inside it."""
+    return bool(name) and not _is_absolute(name) and not _escapes(name)
+
+
 def _check_rows(rows: list[_Row], has_patch_type: bool) -> list[str]:
     """Problems that need no file system: labels, patch types, unsafe paths, duplicates (warned)."""
     problems = []
@@ -151,9 +156,7 @@ def _check_rows(rows: list[_Row], has_patch_type: bool) -> list[str]:
                 lambda row: f"{row.image_name!r}, label {row.label!r}",
             )
         )
-    unsafe = [
-        row for row in rows if row.image_name and (_is_absolute(row.image_name) or _escapes(row.image_name))
-    ]
+    unsafe = [row for row in rows if row.image_name and not _is_safe(row.image_name)]
     if unsafe:
         problems.append(
             _describe(
@@ -269,12 +272,7 @@ def load_csv_dataset(
     has_patch_type = any(row.patch_type is not None for row in rows)
     problems = _check_rows(rows, has_patch_type)
     problems += _warn_duplicates(rows, csv_path)
-    safe_rows = [
-        row
-        for row in rows
-        if row.image_name and not _is_absolute(row.image_name) and not _escapes(row.image_name)
-    ]
-    root, missing = _resolve_root(safe_rows, csv_path, images_root)
+    root, missing = _resolve_root([row for row in rows if _is_safe(row.image_name)], csv_path, images_root)
     if check_files and missing:
         problems.append(_describe(missing, f"whose image file does not exist under {root}"))
     if problems:
