@@ -23,7 +23,14 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..image_processing_patchnet import to_rgb_upright
-from .loading import LABEL_NAMES, MAX_ROWS_SHOWN, DatasetFormatError, column_values, load_csv_dataset
+from .loading import (
+    LABEL_NAMES,
+    MAX_ROWS_SHOWN,
+    DatasetFormatError,
+    _image_paths,
+    column_values,
+    load_csv_dataset,
+)
 from .transforms import CorruptImageError, decode_image
 from .video import sample_video_frames
 
@@ -204,11 +211,18 @@ def read_face_box(box_path: str | os.PathLike, box_format: str = "xywh") -> tupl
 
     The line holds at least four numbers separated by spaces or commas: `x y width height` ("xywh") or
     `x1 y1 x2 y2` ("xyxy"); further numbers (a score) are ignored.
+
+    Raises:
+        DatasetFormatError: naming the file, when the line does not start with four numbers.
     """
     with open(box_path, encoding="utf-8") as handle:
-        numbers = [float(value) for value in re.split(r"[\s,]+", handle.readline().strip()) if value][:4]
+        line = handle.readline().strip()
+    try:
+        numbers = [float(value) for value in re.split(r"[\s,]+", line) if value][:4]
+    except ValueError:
+        numbers = []
     if len(numbers) < 4:
-        raise ValueError(f"{box_path}: expected 4 numbers on the first line, got {numbers}.")
+        raise DatasetFormatError(f"{box_path}: expected 4 numbers on the first line, got {line!r}.")
     left, top, third, fourth = numbers
     if box_format == "xywh":
         return left, top, left + third, top + fourth
@@ -269,7 +283,13 @@ def _write_image(item: SourceFile, images_dir: Path, face_boxes: dict | None) ->
     if not box_path.is_file():
         raise FileNotFoundError(f"{item.path}: face box file {box_path.name} not found beside it.")
     image = to_rgb_upright(decode_image(str(item.path)))
-    box = square_box(read_face_box(box_path, face_boxes["format"]), face_boxes["scale"], *image.size)
+    face = read_face_box(box_path, face_boxes["format"])
+    box = square_box(face, face_boxes["scale"], *image.size)
+    if box[2] - box[0] < 1:
+        raise DatasetFormatError(
+            f"{box_path}: the face box (left, top, right, bottom) = {face}, scaled by {face_boxes['scale']}, "
+            f"leaves nothing of {item.path} ({image.width}x{image.height}) to crop."
+        )
     rel_path = PurePosixPath(item.rel_path).with_suffix(".png").as_posix()  # lossless: no new JPEG artefacts
     target = images_dir / rel_path
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -396,8 +416,7 @@ def load_csv_layout(
             csv_path, images_root=images_root, source=source or input_dir.resolve().name
         )
         if verify:
-            paths = column_values(dataset.cast_column("image", datasets.Image(decode=False)), "image")
-            paths = [cell["path"] for cell in paths]
+            paths = _image_paths(dataset)
             corrupt = _handle_corrupt(verify_images(paths, progress), str(csv_path), skip_corrupt)
             if corrupt:
                 dataset = dataset.select([i for i, path in enumerate(paths) if path not in corrupt])
