@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -31,6 +32,28 @@ from patchnet_hf.data import (
     summarize,
 )
 from patchnet_hf.data.prepare import DEFAULT_LIVE_NAMES, DEFAULT_SPOOF_NAMES, splits_table
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
+
+
+def _regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a valid regular expression: {error}") from None
+    return text
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -75,6 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     tree.add_argument(
         "--group-regex",
+        type=_regex,
         help="regex on the relative path whose first group (or match) is the "
         "group kept in one split; default: the path's non-label folders, else the file",
     )
@@ -87,7 +111,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="fractions of the groups per split (default: %(default)s)",
     )
     tree.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    tree.add_argument("--frames-per-video", type=int, default=8, help="frames sampled per video (default 8)")
+    tree.add_argument("--frames-per-video", type=_positive_int, default=8, help="frames sampled per video (default 8)")
     tree.add_argument(
         "--face-boxes",
         action="store_true",
@@ -97,7 +121,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     tree.add_argument(
         "--box-format", choices=["xywh", "xyxy"], default="xywh", help="box numbers (default xywh)"
     )
-    tree.add_argument("--box-scale", type=float, default=1.3, help="box expansion factor (default 1.3)")
+    tree.add_argument("--box-scale", type=_positive_float, default=1.3, help="box expansion factor (default 1.3)")
     tree.add_argument(
         "--overwrite", action="store_true", help="allow an output folder that holds CSVs already"
     )
@@ -105,7 +129,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     export = parser.add_argument_group("CSV layout -> Hugging Face dataset")
     export.add_argument("--images-root", help="folder the CSV paths are relative to (default: see README)")
     export.add_argument("--private", action="store_true", help="create the Hub repository as private")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if any(fraction < 0 for fraction in args.split) or not sum(args.split) > 0:
+        parser.error(f"--split {' '.join(map(str, args.split))}: fractions must be non-negative, not all 0")
+    return args
 
 
 def convert_folder_tree(args: argparse.Namespace) -> None:
