@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .data.prepare import IMAGE_EXTENSIONS
 from .data.transforms import CorruptImageError, decode_image
 from .data.video import sample_video_frames
 from .image_processing_patchnet import PatchNetImageProcessor, grid_boxes
@@ -33,7 +34,6 @@ from .modeling_patchnet import PatchNetForImageClassification
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 LIVE, SPOOF = "live", "spoof"
 DEFAULT_HEATMAP_GRID = 8
@@ -320,10 +320,10 @@ class LivenessPredictor:
         """Compute the heatmap of one image (or image file) and draw it over the image into a PNG at `path`.
         Returns the heatmap `(grid_size, grid_size)`."""
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else "image"
-        image = self._open_image(image)
-        heatmap = patch_heatmap(self.model, self.processor, image, grid_size=grid_size)
+        prepared = self.processor.prepare(self._open_image(image))  # prepared again by patch_heatmap: a no-op
+        heatmap = patch_heatmap(self.model, self.processor, prepared, grid_size=grid_size)
         title = f"{name}: mean patch liveness {heatmap.mean():.3f} ({grid_size}x{grid_size} patches)"
-        save_heatmap_png(self.processor.prepare(image), heatmap, path, self.processor.patch_size, title=title)
+        save_heatmap_png(prepared, heatmap, path, self.processor.patch_size, title=title)
         return heatmap
 
     @staticmethod
