@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from patchnet_hf.onnx_export import DEFAULT_OPSET, PARITY_ATOL, export_onnx
+from patchnet_hf.onnx_export import DEFAULT_OPSET, PARITY_ATOL, OnnxParityError, export_onnx
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -31,7 +31,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    result = export_onnx(args.model, args.output, opset=args.opset, atol=args.atol)
+    try:
+        result = export_onnx(args.model, args.output, opset=args.opset, atol=args.atol)
+    except OnnxParityError as error:
+        sys.exit(f"error: {error} The files are kept for inspection.")
+    except OSError as error:  # no such model folder or Hub id, missing weights, an unwritable output
+        sys.exit(f"error: cannot export --model {args.model} to {args.output}: {error}")
     print(f"wrote {result.onnx_path} ({result.exporter} exporter, opset {args.opset})")
     print(f"wrote {result.metadata_path}")
     print(f"parity: max abs difference onnxruntime vs PyTorch = {result.max_abs_diff:.3g} (< {args.atol:g})")

@@ -84,7 +84,10 @@ def write_heatmaps(
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    predictor = LivenessPredictor.from_pretrained(args.model, device=args.device, threshold=args.threshold)
+    try:
+        predictor = LivenessPredictor.from_pretrained(args.model, device=args.device, threshold=args.threshold)
+    except (OSError, ValueError) as error:  # no such folder or Hub id, missing weights, a broken config
+        sys.exit(f"error: cannot load --model {args.model}: {error}")
     predictions = predictor.predict(
         args.inputs, batch_size=args.batch_size, frames_per_video=args.frames_per_video, progress=True
     )
