@@ -28,13 +28,12 @@ from tqdm.auto import tqdm
 
 from .data.prepare import IMAGE_EXTENSIONS
 from .data.transforms import CorruptImageError, decode_image
-from .data.video import sample_video_frames
+from .data.video import VIDEO_EXTENSIONS, sample_video_frames
 from .image_processing_patchnet import PatchNetImageProcessor, grid_boxes
 from .modeling_patchnet import PatchNetForImageClassification
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 LIVE, SPOOF = "live", "spoof"
 DEFAULT_HEATMAP_GRID = 8
 

@@ -32,14 +32,13 @@ from .loading import (
     load_csv_dataset,
 )
 from .transforms import CorruptImageError, decode_image
-from .video import sample_video_frames
+from .video import VIDEO_EXTENSIONS, sample_video_frames
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_SPOOF_NAMES = ("spoof", "attack", "fake", "print", "replay", "mask", "paper", "screen", "display")
 DEFAULT_LIVE_NAMES = ("live", "real", "bonafide", "bona_fide", "genuine")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov")
 SPLITS = ("train", "val", "test")
 LAYOUT_CSVS = tuple(f"{split}.csv" for split in SPLITS)
 

@@ -9,6 +9,8 @@ import numpy as np
 
 from .transforms import CorruptImageError
 
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
+
 
 def sample_video_frames(path: str | os.PathLike, num_frames: int) -> tuple[list[int], list[np.ndarray]]:
     """`num_frames` frames spread evenly over a video, first and last included (fewer when it is shorter).
