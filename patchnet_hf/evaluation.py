@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,11 @@ class ScoredSamples:
             self.scores[picked], self.binary_labels[picked],
             *([getattr(self, name)[i] for i in picked] for name in _TEXT_COLUMNS),
         )
+
+    def by_source(self) -> dict[str, ScoredSamples]:
+        """The samples of each source, by source name in sorted order."""
+        source = np.asarray(self.source)
+        return {name: self.select(source == name) for name in sorted(set(self.source))}
 
     @classmethod
     def concatenate(cls, parts: Iterable[ScoredSamples]) -> ScoredSamples:
@@ -107,12 +112,19 @@ def reports_per_source(
     scored: ScoredSamples, threshold: float | Threshold, group_level: bool = False,
     score_aggregation: str | None = None,
 ) -> dict[str, MetricsReport]:
-    """Metrics of each source separately and of all sources together (key `"all"`)."""
-    sources = sorted(set(scored.source))
-    reports = {
-        name: scored.select(np.asarray(scored.source) == name).metrics(threshold, group_level, score_aggregation)
-        for name in sources
-    }
+    """Metrics of each source separately and of all sources together (key `"all"`).
+
+    Raises:
+        ValueError: on input the metrics reject (e.g. a source without attacks); the message names the source.
+    """
+    parts = scored.by_source()
+    reports = {}
+    for name, part in parts.items():
+        try:
+            reports[name] = part.metrics(threshold, group_level, score_aggregation)
+        except ValueError as error:
+            raise ValueError(f"source {name!r}: {error}") from error
+    sources = list(parts)
     if len(sources) > 1:
         reports[ALL_SOURCES] = scored.metrics(threshold, group_level, score_aggregation)
     else:
@@ -155,12 +167,17 @@ def evaluate_model(
     """
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
+    from .hub import _first_line
     from .metrics import choose_threshold, format_markdown_table
     from .plotting import plot_det, plot_roc, plot_score_histograms
 
     accelerator = Accelerator()
-    model = AutoModelForImageClassification.from_pretrained(model_name_or_path, trust_remote_code=False)
-    processor = AutoImageProcessor.from_pretrained(model_name_or_path, trust_remote_code=False)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(model_name_or_path, trust_remote_code=False)
+        processor = AutoImageProcessor.from_pretrained(model_name_or_path, trust_remote_code=False)
+    except OSError as error:  # transformers' messages for a missing folder or Hub id may not name it
+        where = "" if Path(model_name_or_path).is_dir() else "no such folder, and as a Hub model id: "
+        raise OSError(f"cannot load the model {model_name_or_path}: {where}{_first_line(error)}") from error
     aggregation = model.config.score_aggregation
     stored = float(model.config.threshold)
     stored_strategy = model.config.threshold_strategy
@@ -181,7 +198,7 @@ def evaluate_model(
         "model": str(model_name_or_path),
         "test_sets": list(test_sets),
         "dev_set": dev_set,
-        "threshold": {"value": threshold.value, "strategy": threshold.strategy, "description": threshold.description},
+        "threshold": asdict(threshold),
         "score_aggregation": aggregation,
         "level": "group" if group_level else "sample",
         "reports": {name: item.to_dict() for name, item in reports.items()},
@@ -195,9 +212,7 @@ def evaluate_model(
             + format_markdown_table(without_duplicate_total(reports)) + "\n"
         )
         scored.to_frame().to_csv(output_dir / "scores.csv", index=False)
-        curves = {name: (scored.scores[mask], scored.binary_labels[mask])
-                  for name in sorted(set(scored.source))
-                  for mask in [np.asarray(scored.source) == name]}
+        curves = {name: (part.scores, part.binary_labels) for name, part in scored.by_source().items()}
         plot_roc(curves, output_dir / "roc.png")
         plot_det(curves, output_dir / "det.png")
         plot_score_histograms(scored.scores, scored.binary_labels, scored.patch_type, threshold,

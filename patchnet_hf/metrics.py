@@ -269,6 +269,13 @@ def _roc_from_validated(scores: np.ndarray, is_bona_fide: np.ndarray, what: str)
     )
 
 
+def _roc(scores: npt.ArrayLike, labels: npt.ArrayLike, what: str) -> RocCurve:
+    """Validates raw scores and labels (:func:`check_scores_labels`) and builds their ROC; ``what`` names the
+    metric in the error raised when a class is missing."""
+    scores, is_bona_fide = check_scores_labels(scores, labels)
+    return _roc_from_validated(scores, is_bona_fide, what)
+
+
 def roc_points(scores: npt.ArrayLike, labels: npt.ArrayLike) -> RocCurve:
     """APCER and BPCER at every distinct score used as threshold, plus the "accept nothing" extreme.
 
@@ -279,8 +286,7 @@ def roc_points(scores: npt.ArrayLike, labels: npt.ArrayLike) -> RocCurve:
     Returns:
         A :class:`RocCurve` with ``m + 1`` points for ``m`` distinct scores (its docstring gives the layout).
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "the ROC curve")
+    return _roc(scores, labels, "the ROC curve")
 
 
 def equal_error_rate(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, float]:
@@ -290,8 +296,7 @@ def equal_error_rate(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[floa
         scores: (n,) liveness scores, higher = bona fide.
         labels: (n,) 1 = bona fide, 0 = attack; both classes must be present.
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "the EER").equal_error_rate()
+    return _roc(scores, labels, "the EER").equal_error_rate()
 
 
 def auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
@@ -301,8 +306,7 @@ def auc(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
         scores: (n,) liveness scores, higher = bona fide.
         labels: (n,) 1 = bona fide, 0 = attack; both classes must be present.
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "the AUC").auc()
+    return _roc(scores, labels, "the AUC").auc()
 
 
 def threshold_at_apcer(scores: npt.ArrayLike, labels: npt.ArrayLike, target: float) -> float:
@@ -313,8 +317,7 @@ def threshold_at_apcer(scores: npt.ArrayLike, labels: npt.ArrayLike, target: flo
         labels: (n,) 1 = bona fide, 0 = attack; both classes must be present.
         target: APCER target in [0, 1].
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "a threshold at target APCER").threshold_at_apcer(target)
+    return _roc(scores, labels, "a threshold at target APCER").threshold_at_apcer(target)
 
 
 def bpcer_at_apcer(scores: npt.ArrayLike, labels: npt.ArrayLike, target: float) -> float:
@@ -325,8 +328,7 @@ def bpcer_at_apcer(scores: npt.ArrayLike, labels: npt.ArrayLike, target: float) 
         labels: (n,) 1 = bona fide, 0 = attack; both classes must be present.
         target: APCER target in [0, 1].
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "BPCER at target APCER").bpcer_at_apcer(target)
+    return _roc(scores, labels, "BPCER at target APCER").bpcer_at_apcer(target)
 
 
 def tpr_at_fpr(scores: npt.ArrayLike, labels: npt.ArrayLike, target: float) -> float:
@@ -337,8 +339,7 @@ def tpr_at_fpr(scores: npt.ArrayLike, labels: npt.ArrayLike, target: float) -> f
         labels: (n,) 1 = bona fide, 0 = attack; both classes must be present.
         target: FPR (= APCER, pooled) target in [0, 1], e.g. 1e-2, 5e-3, 1e-3.
     """
-    scores, is_bona_fide = check_scores_labels(scores, labels)
-    return _roc_from_validated(scores, is_bona_fide, "TPR at target FPR").tpr_at_fpr(target)
+    return _roc(scores, labels, "TPR at target FPR").tpr_at_fpr(target)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .metrics import DEFAULT_SPECIES, RocCurve, Threshold, check_scores_labels, roc_points
+from .metrics import DEFAULT_SPECIES, RocCurve, Threshold, _as_column, _as_threshold, check_scores_labels, roc_points
 
 __all__ = ["plot_det", "plot_roc", "plot_score_histograms", "probit"]
 
@@ -100,16 +101,17 @@ def _thin(x: np.ndarray, y: np.ndarray, spans: tuple[float, float]) -> np.ndarra
     return np.flatnonzero(keep)
 
 
-def _new_figure() -> Figure:
+def _new_axes() -> Axes:
+    """The axes of a new figure on its own Agg canvas."""
     figure = Figure(figsize=FIGSIZE, dpi=DPI)
     FigureCanvasAgg(figure)
-    return figure
+    return figure.add_subplot()
 
 
-def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
+def _save(axes: Axes, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
+    axes.figure.savefig(path, format="png")
     return path
 
 
@@ -125,8 +127,7 @@ def plot_roc(curves: Curves, path: str | os.PathLike[str], *, title: str = "ROC"
     Returns:
         The path written.
     """
-    figure = _new_figure()
-    axes = figure.add_subplot()
+    axes = _new_axes()
     for name, curve in _as_curves(curves).items():
         keep = _thin(curve.apcer, curve.tpr, (1.0, 1.0))
         axes.plot(curve.apcer[keep], curve.tpr[keep], label=_curve_label(name, curve))
@@ -140,7 +141,7 @@ def plot_roc(curves: Curves, path: str | os.PathLike[str], *, title: str = "ROC"
     )
     axes.grid(alpha=0.3)
     axes.legend(loc="lower right", fontsize="small")
-    return _save(figure, path)
+    return _save(axes, path)
 
 
 def plot_det(curves: Curves, path: str | os.PathLike[str], *, title: str = "DET") -> Path:
@@ -157,8 +158,7 @@ def plot_det(curves: Curves, path: str | os.PathLike[str], *, title: str = "DET"
     Returns:
         The path written.
     """
-    figure = _new_figure()
-    axes = figure.add_subplot()
+    axes = _new_axes()
     low, high = probit(DET_CLIP), probit(DET_MAX)
     for name, curve in _as_curves(curves).items():
         x = probit(np.clip(curve.apcer, DET_CLIP, 1.0 - DET_CLIP))
@@ -183,7 +183,7 @@ def plot_det(curves: Curves, path: str | os.PathLike[str], *, title: str = "DET"
     )
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    return _save(figure, path)
+    return _save(axes, path)
 
 
 def plot_score_histograms(
@@ -216,22 +216,18 @@ def plot_score_histograms(
     if species is None:
         attack_species = np.full(int(is_attack.sum()), DEFAULT_SPECIES)
     else:
-        species = np.asarray(species)
-        if species.shape != scores.shape:
-            raise ValueError(f"length mismatch: {scores.size} scores but species of shape {species.shape}")
-        attack_species = species[is_attack].astype(str)
+        attack_species = _as_column(species, scores.size, "species")[is_attack].astype(str)
     edges = np.histogram_bin_edges(scores, bins=bins)
-    figure = _new_figure()
-    axes = figure.add_subplot()
+    axes = _new_axes()
     if is_bona_fide.any():
         axes.hist(scores[is_bona_fide], bins=edges, density=True, alpha=0.4, label="bona fide")
     attack_scores = scores[is_attack]
     for name in np.unique(attack_species):
         axes.hist(attack_scores[attack_species == name], bins=edges, density=True, histtype="step",
                   linewidth=1.5, label=f"attack: {name}")  # fmt: skip
-    value = threshold.value if isinstance(threshold, Threshold) else float(threshold)
-    strategy = threshold.strategy if isinstance(threshold, Threshold) else "fixed"
-    axes.axvline(value, color="black", linestyle="--", label=f"threshold {value:.4g} ({strategy})")
+    threshold = _as_threshold(threshold)
+    label = f"threshold {threshold.value:.4g} ({threshold.strategy})"
+    axes.axvline(threshold.value, color="black", linestyle="--", label=label)
     axes.set(xlabel="liveness score (higher = bona fide)", ylabel="density", title=title)
     axes.legend(fontsize="small")
-    return _save(figure, path)
+    return _save(axes, path)

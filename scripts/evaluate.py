@@ -11,6 +11,7 @@ Writes report.json, report.md (table for papers and model cards), scores.csv and
 
 import argparse
 import json
+import sys
 
 from patchnet_hf.evaluation import evaluate_model
 
@@ -33,18 +34,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--target-apcer goes with --threshold-strategy apcer (and only with it)")
     if args.target_apcer is not None and args.dev is None:
         parser.error("--threshold-strategy apcer needs --dev")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    report = evaluate_model(
-        args.model, args.data, args.output, dev_set=args.dev, threshold_strategy=args.threshold_strategy,
-        target_apcer=args.target_apcer, group_level=args.group_level, batch_size=args.batch_size,
-        num_workers=args.num_workers, split=args.split, dev_split=args.dev_split,
-    )
+    try:
+        report = evaluate_model(
+            args.model, args.data, args.output, dev_set=args.dev, threshold_strategy=args.threshold_strategy,
+            target_apcer=args.target_apcer, group_level=args.group_level, batch_size=args.batch_size,
+            num_workers=args.num_workers, split=args.split, dev_split=args.dev_split,
+        )
+    except (OSError, ValueError) as error:
+        # Input problems (model or data set missing or unreadable, a set the metrics reject): the message names
+        # the model, file or source.
+        sys.exit(f"error: {error}")
     overall = report["reports"]["all"]
-    print(f"{report['threshold']['description']}")
+    print(report["threshold"]["description"])
     print(json.dumps({key: overall[key] for key in ("n_samples", "apcer", "bpcer", "acer", "hter", "eer", "auc")},
                      indent=2))
     return report

@@ -79,3 +79,20 @@ def test_one_and_two_processes_give_the_same_report(tmp_path, saved_model, demo_
     assert [row.rsplit(",", 1)[0] for row in rows[0]] == [row.rsplit(",", 1)[0] for row in rows[1]]
     scores = [np.array([float(row.rsplit(",", 1)[1]) for row in table[1:]]) for table in rows]
     np.testing.assert_allclose(scores[0], scores[1], atol=1e-5)
+
+
+def test_input_errors_end_in_one_line_naming_the_input(tmp_path, saved_model, demo_dataset):
+    environment = dict(os.environ, HF_HUB_OFFLINE="1", ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1")
+    missing_model, no_csv = tmp_path / "no_model", tmp_path / "no_csv"
+    no_csv.mkdir()
+    cases = [
+        (missing_model, demo_dataset, f"error: cannot load the model {missing_model}: no such folder"),
+        (saved_model, no_csv, f"error: {no_csv}: found neither test.csv"),
+    ]
+    for model, data, message in cases:
+        arguments = ["--model", str(model), "--data", str(data), "--output", str(tmp_path / "out")]
+        result = subprocess.run([sys.executable, str(EVALUATE), *arguments], env=environment, capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 1, result.stderr[-4000:]
+        assert "Traceback" not in result.stderr and result.stderr.strip().splitlines()[-1].startswith(message)
+    assert not (tmp_path / "out").exists()
