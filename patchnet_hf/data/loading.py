@@ -503,7 +503,7 @@ def load_any_dataset(
             loaded = datasets.load_from_disk(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 if split not in loaded:
-                    raise KeyError(f"{path}: no split {split!r}; the saved dataset has {list(loaded)}.")
+                    raise DatasetFormatError(f"{path}: no split {split!r}; the saved dataset has {list(loaded)}.")
                 loaded = loaded[split]
             return conform_dataset(loaded, source)
         raise FileNotFoundError(
