@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 
+from patchnet_hf.cli import positive_int, unit_interval
 from patchnet_hf.evaluation import evaluate_model
 
 
@@ -23,19 +24,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dev", help="development set for the threshold (default: the model's stored threshold)")
     parser.add_argument("--output", required=True, help="folder for the report files")
     parser.add_argument("--threshold-strategy", choices=["eer", "apcer"], default="eer")
-    parser.add_argument("--target-apcer", type=float, help="APCER target for --threshold-strategy apcer")
+    parser.add_argument("--target-apcer", type=unit_interval, help="APCER target for --threshold-strategy apcer")
     parser.add_argument("--group-level", action="store_true", help="average scores per group (video) first")
     parser.add_argument("--split", default="test", help="split of the test sets (default test)")
     parser.add_argument("--dev-split", default="val", help="split of the development set (default val)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--num-workers", type=int, default=0)
     args = parser.parse_args(argv)
     if (args.threshold_strategy == "apcer") != (args.target_apcer is not None):
         parser.error("--target-apcer goes with --threshold-strategy apcer (and only with it)")
     if args.target_apcer is not None and args.dev is None:
         parser.error("--threshold-strategy apcer needs --dev")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be at least 1, got {args.batch_size}")
     return args
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from patchnet_hf.cli import positive_int
 from patchnet_hf.data import make_demo_dataset, summarize
 
 
@@ -16,7 +17,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--output", required=True, help="folder to write images/ and train/val/test.csv into")
-    parser.add_argument("--num-images", type=int, default=600, help="images in all splits (default 600)")
+    parser.add_argument("--num-images", type=positive_int, default=600, help="images in all splits (default 600)")
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same files (default 0)")
     return parser.parse_args(argv)
 

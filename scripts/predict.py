@@ -20,21 +20,8 @@ from pathlib import Path
 
 import torch
 
+from patchnet_hf.cli import positive_int, unit_interval
 from patchnet_hf.inference import LivenessPredictor, Prediction, is_video, summarize, write_predictions
-
-
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not in [0, 1]")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
 
 
 def _device(text: str) -> str:
@@ -52,11 +39,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image/video files, folders or globs")
     parser.add_argument("--model", required=True, help="saved model folder or Hugging Face Hub id")
     parser.add_argument("--output", required=True, type=Path, help="results file, .csv or .json")
-    parser.add_argument("--threshold", type=_threshold, help="decision threshold (default: the model's)")
-    parser.add_argument("--batch-size", type=_positive, default=8, help="images or frames per forward pass")
-    parser.add_argument("--frames-per-video", type=_positive, default=8, help="frames sampled per video")
+    parser.add_argument("--threshold", type=unit_interval, help="decision threshold (default: the model's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images or frames per forward pass")
+    parser.add_argument("--frames-per-video", type=positive_int, default=8, help="frames sampled per video")
     parser.add_argument("--heatmap-dir", type=Path, help="also write a patch heatmap PNG per image here")
-    parser.add_argument("--heatmap-grid", type=_positive, default=8, help="heatmap patches per side")
+    parser.add_argument("--heatmap-grid", type=positive_int, default=8, help="heatmap patches per side")
     parser.add_argument("--device", type=_device, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     args = parser.parse_args(argv)
     if args.output.suffix.lower() not in (".csv", ".json"):

@@ -22,6 +22,7 @@ import re
 import sys
 from collections.abc import Sequence
 
+from patchnet_hf.cli import positive_float, positive_int
 from patchnet_hf.data import (
     CorruptImageError,
     DatasetFormatError,
@@ -32,20 +33,6 @@ from patchnet_hf.data import (
     summarize,
 )
 from patchnet_hf.data.prepare import DEFAULT_LIVE_NAMES, DEFAULT_SPOOF_NAMES, splits_table
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 def _regex(text: str) -> str:
@@ -111,7 +98,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="fractions of the groups per split (default: %(default)s)",
     )
     tree.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
-    tree.add_argument("--frames-per-video", type=_positive_int, default=8, help="frames sampled per video (default 8)")
+    tree.add_argument("--frames-per-video", type=positive_int, default=8, help="frames sampled per video (default 8)")
     tree.add_argument(
         "--face-boxes",
         action="store_true",
@@ -121,7 +108,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     tree.add_argument(
         "--box-format", choices=["xywh", "xyxy"], default="xywh", help="box numbers (default xywh)"
     )
-    tree.add_argument("--box-scale", type=_positive_float, default=1.3, help="box expansion factor (default 1.3)")
+    tree.add_argument("--box-scale", type=positive_float, default=1.3, help="box expansion factor (default 1.3)")
     tree.add_argument(
         "--overwrite", action="store_true", help="allow an output folder that holds CSVs already"
     )
